@@ -30,6 +30,9 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/rewards.py
+	$(BIN)/python bench/coco_eval.py
+	$(BIN)/python bench/step_vs_trl.py
+	$(BIN)/python bench/app_latency.py
 
 tiny-model: $(STAMP)
 	$(BIN)/python -m workbench.pretrain

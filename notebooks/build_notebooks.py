@@ -35,13 +35,7 @@ MODEL = None
 SHOW = '''
 
 def show(images, titles=None, width=3.6):
-    """Pictures side by side (presentation only)."""
-    fig, axes = plt.subplots(1, len(images), figsize=(width * len(images), width * 1.25), squeeze=False)
-    for ax, image, title in zip(axes[0], images, titles or [None] * len(images)):
-        ax.imshow(image)
-        ax.set_title(title or "", fontsize=9)
-        ax.axis("off")
-    fig.tight_layout()
+    viz.grid(images, titles, width=width)
     plt.show()
 '''
 

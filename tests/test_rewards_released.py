@@ -76,8 +76,11 @@ def test_counting_gate_and_formula():
     # answer = 1 * (1 - 10 / 1414.2136) = 0.99292893; no separate format part
     assert b.total == pytest.approx(1 - 10 / DIAGONAL)
     assert b.parts["format"] == 0.0 and b.parts["gate"] == 1.0
-    # the gate needs <|im_end|> right after the last box block: without it, 0 (paper: 1 + 0.99292893)
-    assert released("counting", blocks, COUNTING_GT).total == 0.0
+    # the gate needs <|im_end|> (or the end of a text whose end token was dropped) right after the last box block:
+    # anything else there gives 0 (paper: 1 + 0.99292893)
+    assert released("counting", blocks, COUNTING_GT).total == pytest.approx(1 - 10 / DIAGONAL)
+    assert released("counting", blocks + " and more", COUNTING_GT).total == 0.0
+    assert released("counting", blocks + " and more", COUNTING_GT).parts["gate"] == 0.0
     assert score("counting", blocks, COUNTING_GT, image_size=(500, 250)).total == pytest.approx(2 - 10 / DIAGONAL)
     assert reward_range("counting", "pr1_released") == (0.0, 1.0)
 

@@ -172,7 +172,8 @@ def plot_group(totals: Sequence[float], advantages: Sequence[float], *, title: s
     left.bar(x - 0.2, r, width=0.4, color="#1e88e5", label="reward")
     finite = r[np.isfinite(r)]
     if len(finite):
-        mean, std = finite.mean(), finite.std()
+        # sample std (ddof=1), the one group_advantages divides by, so the band and the advantages agree
+        mean, std = finite.mean(), (finite.std(ddof=1) if len(finite) > 1 else 0.0)
         left.axhline(mean, color="#1e88e5", ls="--", lw=1, label=f"mean {mean:.3f}")
         left.axhspan(mean - std, mean + std, color="#1e88e5", alpha=0.12, label=f"±std {std:.3f}")
     right.bar(x + 0.2, a, width=0.4, color="#e53935", label="advantage")
@@ -191,6 +192,19 @@ def plot_group(totals: Sequence[float], advantages: Sequence[float], *, title: s
 def _two_axes(plt):
     fig, left = plt.subplots(figsize=(7, 3.2))
     return fig, (left, left.twinx())
+
+
+def grid(images: Sequence[Image.Image], titles: Sequence[str] | None = None, *, width: float = 3.6):
+    """Pictures side by side in one row (e.g. the G drawn rollouts of a group). Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(images), figsize=(width * len(images), width * 1.25), squeeze=False)
+    for ax, image, title in zip(axes[0], images, titles or [None] * len(images)):
+        ax.imshow(image)
+        ax.set_title(title or "", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
 
 
 def plot_history(history: Sequence[dict], keys: Sequence[str] = ("reward_mean",), *, step_key: str = "step",

@@ -21,9 +21,11 @@ PARTS = ("format", "answer")
 # "^<" | "object_ref_start" | ">.*?<" | ... — re.match succeeds on any text starting with '<' (among others).
 RELEASED_GROUNDING_PATTERN = re.compile(
     r"^<|object_ref_start|>.*?<|object_ref_end|><|box_start|>.*?<|box_end|><|im_end|>")
-# Verbatim from PR1 (utils.py, pr1_counting_format_reward): one phrase, one or more adjacent box blocks, <|im_end|>.
+# From PR1 (utils.py, pr1_counting_format_reward): one phrase, one or more adjacent box blocks, <|im_end|>.
+# One change: the released completions still carried their <|im_end|>; ours arrive with the end-of-turn token dropped
+# (workbench rollouts and TRL both strip it), so the end of the text stands for it.
 RELEASED_COUNTING_PATTERN = re.compile(
-    r"<\|object_ref_start\|>[^<]*<\|object_ref_end\|>(?:<\|box_start\|>[^<]*<\|box_end\|>)+<\|im_end\|>")
+    r"<\|object_ref_start\|>[^<]*<\|object_ref_end\|>(?:<\|box_start\|>[^<]*<\|box_end\|>)+(?:<\|im_end\|>|\s*$)")
 
 
 def paper_format(format_ok: bool) -> float:
