@@ -5,8 +5,6 @@ Used by :mod:`workbench.pretrain`; kept apart so tests and notebooks can build a
 
 from __future__ import annotations
 
-import numpy as np
-
 from workbench import tasks as T
 from workbench.data import synthetic
 
@@ -156,11 +154,3 @@ def generation_inputs(processor, records):
                for r in records]
     processor.tokenizer.padding_side = "left"
     return processor(text=prompts, images=[r["image"] for r in records], padding=True, return_tensors="pt")
-
-
-def task_schedule(steps: int, seed: int, weights: dict[str, float]) -> np.ndarray:
-    """Which task each sample of the run comes from is drawn per batch; this is the per-step task order."""
-    rng = np.random.default_rng([seed, 99])
-    names = list(weights)
-    p = np.array([weights[n] for n in names], dtype=float)
-    return rng.choice(len(names), size=steps, p=p / p.sum())

@@ -163,8 +163,8 @@ def summary(res: dict) -> str:
         if task not in res:
             continue
         m = res[task]
-        s = f"{task}: fmt {m['format']:.2f} " + " ".join(f"{k} {m[k]:.3f} (base {m.get('baseline_' + k, float('nan')):.3f})"
-                                                     for k in ks)
+        s = f"{task}: fmt {m['format']:.2f} " + " ".join(
+            f"{k} {m[k]:.3f} (base {m.get('baseline_' + k, float('nan')):.3f})" for k in ks)
         if "signal" in m:
             s += f" signal {m['signal']:.2f}"
         parts.append(s)

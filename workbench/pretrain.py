@@ -39,8 +39,8 @@ class Recipe:
     """Everything that determines the checkpoint (the defaults reproduce the shipped one)."""
 
     seed: int = 0
-    steps: int = 4000
-    horizon: int = 0                 # schedule length (lr decay, curriculum); 0 = steps. A run stopped at
+    steps: int = 2100
+    horizon: int = 3500              # schedule length (lr decay, curriculum); 0 = steps. A run stopped at
                                      # step k of horizon H is reproduced exactly by steps=k, horizon=H.
     batch_size: int = 32
     lr: float = 2e-3
@@ -164,10 +164,10 @@ def train(recipe: Recipe, *, minutes: float | None = None, log=print, eval_every
         la = float(loss_answer.detach())
         ema = la if ema is None else 0.98 * ema + 0.02 * la
         if step % 50 == 0:
-            history["steps"].append({"step": step, "answer_loss": float(loss_answer), "aux": parts,
+            history["steps"].append({"step": step, "answer_loss": la, "aux": parts,
                                      "elapsed_s": round(time.time() - start, 1)})
             bar.set_postfix(loss=f"{ema:.3f}")
-            log(f"step {step} loss {float(loss_answer):.3f} ema {ema:.3f} aux "
+            log(f"step {step} loss {la:.3f} ema {ema:.3f} aux "
                 f"{ {k: round(v, 3) for k, v in parts.items()} } t {time.time() - start:.0f}s")
         if eval_every_s and time.time() - last_eval > eval_every_s:
             model.eval()

@@ -142,7 +142,6 @@ def _draw(rng, opts, objects, with_mask) -> tuple[Image.Image, np.ndarray | None
         for d, f in ((draw, fill), (mdraw, k + 1)):
             if d is not None:
                 _shape(d, obj["shape"], obj["box"], f)
-        obj["box"] = _tight_box(obj["shape"], obj["box"])
     return image, (np.asarray(mask, dtype=np.int64) if with_mask else None)
 
 
@@ -156,11 +155,6 @@ def _shape(draw, shape, box, fill) -> None:
         draw.polygon([((x1 + x2) / 2, y1), (x2 - 1, y2 - 1), (x1, y2 - 1)], fill=fill)
     else:
         raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
-
-
-def _tight_box(shape, box) -> list[int]:
-    # Every shape fills its footprint edge to edge, so the footprint is the ground-truth box.
-    return [int(v) for v in box]
 
 
 def _record(task, image, question, solution, objects, mask, extra=None) -> dict:
