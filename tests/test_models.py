@@ -9,15 +9,6 @@ from workbench import models, tasks
 from workbench.data import synthetic
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # a second thread only slows tiny-model generation on a loaded 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def policy():
     return models.load_policy()

@@ -7,16 +7,6 @@ from workbench import _pretrain_eval as ev
 from workbench import models, pretrain
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny matrices gain nothing from a second thread, and on a loaded 2-core machine two spinning
-    # threads make generation many times slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _micro(tmp_path, name):
     recipe = pretrain.Recipe(steps=4, batch_size=8, warmup=2)
     model, processor, history = pretrain.train(recipe, eval_every_s=0, progress=False, log=lambda *_: None)

@@ -24,16 +24,6 @@ from workbench.trainer import GRPOLoop, TrainConfig, latest_checkpoint
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's matrices are too small to gain from a second thread, and a shared CPU makes threads wait
-    on each other; one thread keeps these tests fast and their timings stable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def base_policy():
     from workbench.models import load_policy

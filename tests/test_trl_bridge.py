@@ -18,16 +18,6 @@ trl = pytest.importorskip("trl")
 G = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's matrices are too small to gain from a second thread, and a shared CPU makes threads wait
-    on each other; one thread keeps these tests fast and their timings stable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def policy():
     from workbench.models import load_policy
