@@ -159,4 +159,6 @@ def test_cli_end_to_end_with_tiny_model_on_refcoco_fixture(tmp_path):
     evaluate.main(["--benchmark", "refcoco", "--data", str(tmp_path / "refcoco"), "--batch-size", "2",
                    "--max-new-tokens", "40", "--out", str(out), "--no-progress"])
     rows, summary = _read_outputs(out)
-    assert len(rows) == 2 and all(r["prediction"]["box"] for r in rows) and 0.0 <= summary["metrics"]["miou"] <= 1.0
+    # the tiny model knows only ShapesWorld, so a RefCOCO phrase may get no box: check the plumbing, not the answers
+    assert len(rows) == 2 and all("box" in r["prediction"] and "format_ok" in r["prediction"] for r in rows)
+    assert summary["metrics"]["n"] == 2 and 0.0 <= summary["metrics"]["miou"] <= 1.0
