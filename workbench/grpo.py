@@ -409,6 +409,7 @@ def grpo_step(
     step_loss = float("nan")
     grad_norm = float("nan")
     params = [p for p in model.parameters() if p.requires_grad]
+    was_training = model.training  # restored below, so callers that sample in eval mode stay in eval mode
     model.train()
     for _ in range(num_iterations):
         optimizer.zero_grad(set_to_none=True)
@@ -440,6 +441,7 @@ def grpo_step(
         if scheduler is not None:
             scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+    model.train(was_training)
 
     keys = {k for s in loss_stats for k in s if k not in ("loss", "tokens")}
     for key in sorted(keys):
