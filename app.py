@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import tempfile
 import traceback
 
@@ -283,6 +284,21 @@ def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None,
     demo.queue(default_concurrency_limit=1)
     return demo.launch(server_name=host, server_port=port, share=share, max_file_size="50mb", show_error=True,
                        **kwargs)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A local port nothing listens on right now (for servers started by tests and benchmarks)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def serve(model: str | None = None, *, device: str = "auto", host: str = "127.0.0.1"):
+    """(demo, url, workbench): load ``model``, build the app and serve it on a free port without blocking."""
+    bench = logic.Workbench.load(model, device=device)
+    demo = build_demo(bench)
+    _, url, _ = launch(demo, host=host, port=free_port(host), prevent_thread_lock=True, quiet=True)
+    return demo, url, bench
 
 
 def main(argv=None) -> int:

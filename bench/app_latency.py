@@ -14,10 +14,8 @@ cores.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import re
-import socket
 import sys
 import time
 from pathlib import Path
@@ -29,19 +27,6 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ("grounding", "counting", "ocr", "detection")
 GOAL_P50_S = 1.5
-
-
-def _load_app():
-    spec = importlib.util.spec_from_file_location("workbench_app", ROOT / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _server_timings(summary: str) -> dict[str, float]:
@@ -85,10 +70,10 @@ def main(argv=None) -> int:
     import torch
     from gradio_client import Client
 
-    app = _load_app()
-    bench = app.logic.Workbench.load(args.model, device=args.device)
-    demo = app.build_demo(bench)
-    _, url, _ = app.launch(demo, port=_free_port(), prevent_thread_lock=True, quiet=True)
+    sys.path.insert(0, str(ROOT))  # app.py lives at the top level
+    import app
+
+    demo, url, bench = app.serve(args.model, device=args.device)
     try:
         client = Client(url, verbose=False)
         results = {t: measure(client, t, args.runs, args.num_generations, args.max_new_tokens) for t in tasks}

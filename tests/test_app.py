@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 from PIL import Image  # noqa: E402
 
+import app  # noqa: E402  (top-level app.py; pytest puts the repository root on sys.path)
 from workbench import grpo  # noqa: E402
 from workbench.rewards import score as reward_score  # noqa: E402
 
@@ -30,27 +29,9 @@ SAMPLING = dict(num_generations=G, temperature=1.0, top_p=1.0, max_new_tokens=48
 REWARD = dict(preset="paper", w_format=1.0, w_answer=1.0, format_mode="additive", scale="group")
 
 
-def load_app_module():
-    """app.py lives at the top level, outside the package: import it by path."""
-    spec = importlib.util.spec_from_file_location("workbench_app", ROOT / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_app(model: str | None = None):
     """(demo, url, workbench): the app on a free local port, in this process."""
-    app = load_app_module()
-    bench = app.logic.Workbench.load(model)
-    demo = app.build_demo(bench)
-    _, url, _ = app.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
-    return demo, url, bench
+    return app.serve(model)
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +269,6 @@ def test_rgba_and_greyscale_uploads_are_converted(client, tmp_path, mode):
 
 
 def test_command_line_options():
-    app = load_app_module()
     args = app.parse_args([])
     assert (args.model, args.lora, args.device, args.host, args.port, args.share) == (
         None, None, "auto", "127.0.0.1", None, False)
@@ -304,7 +284,7 @@ def test_python_app_py_serves_the_app(tmp_path):
     import sys
     import time
 
-    port = free_port()
+    port = app.free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "MPLBACKEND": "Agg"}
     log = open(tmp_path / "app.log", "w")
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=ROOT, env=env,
@@ -327,7 +307,6 @@ def test_python_app_py_serves_the_app(tmp_path):
 
 def test_lora_policy_trains_only_the_adapter_and_resets():
     """--lora new: the step moves only the adapter weights (reference = adapters disabled); reset restores them."""
-    app = load_app_module()
     bench = app.logic.Workbench.load(lora="new")
     assert bench.initial and all("lora_" in name for name in bench.initial)
     record, _ = app.inputs.source_record("grounding", "ShapesWorld scene", None, 1, None)

@@ -7,7 +7,6 @@ with a temporary path, and ``python tests/test_app_browser.py`` uses it to refre
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import sys
@@ -26,11 +25,11 @@ SCREENSHOT = ROOT / "assets" / "app_screenshot.png"
 
 
 def _start_app():
-    """(demo, url): app.py's Blocks on a free local port, in this process (shared with tests/test_app.py)."""
-    spec = importlib.util.spec_from_file_location("test_app_helpers", Path(__file__).with_name("test_app.py"))
-    helpers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helpers)
-    demo, url, _ = helpers.start_app(os.environ.get("WORKBENCH_APP_TEST_MODEL"))
+    """(demo, url): app.py's Blocks on a free local port, in this process (`app.serve`, as in tests/test_app.py)."""
+    sys.path.insert(0, str(ROOT))  # app.py lives at the top level; also when this file runs as a script
+    import app
+
+    demo, url, _ = app.serve(os.environ.get("WORKBENCH_APP_TEST_MODEL"))
     return demo, url
 
 
